@@ -1,0 +1,1 @@
+"""Case-type and department suggestions from the citizen's text."""

@@ -1,0 +1,1 @@
+"""Shared infrastructure of the intake service: settings, database, outbox, events, auth, app."""

@@ -1,0 +1,1 @@
+"""The intake spine: drafts, cases, their timeline and the notices they drive."""

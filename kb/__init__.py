@@ -1,0 +1,1 @@
+"""Knowledge base: case-type taxonomy, departments and routing, time limits, consultation articles."""

@@ -1,0 +1,1 @@
+"""SMS notices to citizens and their replies, through pluggable gateways."""

@@ -1,0 +1,1 @@
+"""The WeChat official-account bot: reports, my cases, notices and ratings."""
