@@ -23,6 +23,14 @@ _DATE_RE = re.compile(
 _TIME_RE = re.compile(r"\d{1,2}\s*[:：]\s*\d{2}|\d{1,2}\s*[点时]\s*(?:\d{1,2}\s*分|半|多)?")
 _NUM_RE = re.compile(r"\d+(?:\.\d+)?")
 _SPACE_RE = re.compile(r"\s+")
+# Latin words are rare in the corpus, so a stray "help" or "hhh" would get a huge IDF and outvote the Chinese
+# text; only the abbreviations citizens really use for things we handle are kept.
+_LATIN_RE = re.compile(r"[a-z]+")
+_LATIN_KEEP = frozenset({"led", "ktv", "atm", "catv", "sos", "wc", "pm", "suv", "cng", "lng", "app", "ic", "gps",
+                         "wifi", "bus", "brt", "etc", "kfc", "usb"})
+# The same for "!!!" or "😡😡": a run of punctuation or symbols says no more than one of them.
+_RUN_RE = re.compile(r"([^\w\s☎㏐㏋#])\1+")
+_INVISIBLE_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2060\ufeff]")
 
 # Operator boilerplate appears in every class; keeping it would only teach the model the writer's habits.
 _WHO = r"(?:有|据)?(?:市民|群众|诉求人|来电人|反映人|网友|居民|热线)"
@@ -43,6 +51,8 @@ def normalise(text: str) -> str:
     text = _DATE_RE.sub(DATE, text)
     text = _TIME_RE.sub(TIME, text)
     text = _NUM_RE.sub(NUM, text)
+    text = _LATIN_RE.sub(lambda m: m.group(0) if m.group(0) in _LATIN_KEEP else " ", text)
+    text = _RUN_RE.sub(r"\1", _INVISIBLE_RE.sub("", text))
     text = _SPACE_RE.sub(" ", text).strip()
     stripped = _OPENING_RE.sub("", text, count=1)
     stripped = _CLOSING_RE.sub("", stripped)

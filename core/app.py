@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypedDict
 
 import httpx
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import text
@@ -24,7 +22,8 @@ from core.cases import wiring as case_wiring
 from core.cases.notices import NoticeRouter
 from core.context import AppContext
 from core.db import make_engine, make_sessionmaker
-from core.errors import error_body, install_error_handlers
+from core.errors import install_error_handlers
+from core.middleware import EdgeMiddleware
 from core.outbox import OutboxWorker
 from core.registry import channel_modules, domain_modules
 from core.settings import Settings, get_settings
@@ -36,7 +35,6 @@ from core.workflow.ports import WorkflowClient
 from kb.service import KnowledgeBase
 
 log = logging.getLogger(__name__)
-access = logging.getLogger("intake.access")
 CORE_DIR = Path(__file__).parent
 
 
@@ -163,37 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        # Reject by declared length before reading; bodies without a length are capped while streaming.
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return JSONResponse(error_body("body-too-large", "请求内容过大"), status_code=413)
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        # Our own access log, path only: query strings carry WeChat's openid and signatures (personal data).
-        started = time.perf_counter()
-        response = await call_next(request)
-        access.info("%s %s %d %.1fms", request.method, request.url.path, response.status_code,
-                    (time.perf_counter() - started) * 1000)
-        return response
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if response.headers.get("content-type", "").startswith("text/html"):
-            response.headers.setdefault(
-                "Content-Security-Policy",
-                "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-                "frame-ancestors 'none'",
-            )
-        return response
-
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=str(CORE_DIR / "static")), name="static")
     app.include_router(core_views.router)
     app.include_router(case_views.router)

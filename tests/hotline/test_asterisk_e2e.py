@@ -8,6 +8,7 @@ Asterisk restarted mid-call; abandoned calls called back; a message after hours 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -187,6 +188,26 @@ def test_after_hours_message_becomes_a_draft_with_the_recording(clean: None, hot
     assert any(c["id"] == record["id"] for c in op.get("/api/hotline/missed").json())
 
 
+def wait_until_quiet(host: str, port: int, *, quiet: float = 5.0, limit: float = 45.0) -> None:
+    """Hold the UDP address until nothing has arrived for `quiet` seconds (SIP retransmissions end after 32 s)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + limit
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < quiet:
+            assert time.monotonic() < deadline, f"{host}:{port} never went quiet"
+            try:
+                sock.recv(65535)
+                last = time.monotonic()
+            except TimeoutError:
+                pass
+    finally:
+        sock.close()
+
+
 def closed_case(op: Operator, phone: str) -> str:
     """A hotline report accepted and taken through the departments' steps to 结案."""
     draft = op.post("/api/drafts", json={"channel": "hotline", "text": "小区门口垃圾桶满溢三天无人清运",
@@ -216,7 +237,9 @@ def test_survey_after_closure_rates_by_keypad_and_flags_a_bad_rating(clean: None
     scenario = tmp_path / "citizen.xml"
     scenario.write_text((SIPP / "citizen_keypad.xml").read_text().replace(
         "DIGIT_PCAP", "/usr/share/sip-tester/dtmf_2833_3.pcap"))
-    # The citizen's phone (SIPp) waits behind the carrier address for the 回访 call.
+    # The citizen's phone (SIPp) waits behind the carrier address for the 回访 call; SIPp aborts on any stray
+    # packet of an earlier test's dialog, so wait for the address to go quiet first.
+    wait_until_quiet("127.0.0.2", 5062)
     sipp = subprocess.Popen(["sipp", "-sf", str(scenario), "-i", "127.0.0.2", "-p", "5062", "-mi", "127.0.0.2",
                              "-mp", "16000", "-m", "1", "-timeout", "90s", "-nostdin"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
