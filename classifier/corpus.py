@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from classifier.text import han_count
+from classifier.text import han_count, scrub_phones
 
 CORPUS_DIR = Path(__file__).parent / "data" / "corpus"
 # Texts the classifier's author added after error analysis, for pairs of types the corpus blurs
@@ -111,7 +111,7 @@ def record_correction(text: str, code: str, *, var_dir: Path, known_codes: Itera
     The next `Classifier.load()` sees a new training-data fingerprint and retrains with the correction.
     Returns False (and records nothing) for an empty text or a code outside `known_codes`.
     """
-    text = text.strip()[:MAX_TRAIN_CHARS]
+    text = scrub_phones(text.strip())[:MAX_TRAIN_CHARS]
     if not _valid_text(text) or (known_codes is not None and code not in set(known_codes)):
         return False
     _, path = var_paths(var_dir)

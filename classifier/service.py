@@ -14,6 +14,7 @@ from classifier.address import Address, Gazetteer, extract_address
 from classifier.linear import LinearModel
 from classifier.schemas import AddressOut, ClassifyResult, Suggestion
 from classifier.spec import DEFAULT_SPEC, ModelSpec
+from classifier.store import load as store_load
 from classifier.store import load_or_build
 from classifier.text import han_count
 from kb.service import Routing, Taxonomy
@@ -103,6 +104,13 @@ class Classifier:
         model, _ = load_or_build(var_dir=var_dir, spec=spec, build=build)
         return cls(model=model, taxonomy=taxonomy, routing=routing or Routing.load(), gazetteer=Gazetteer.load(),
                    review_threshold=review_threshold)
+
+    @classmethod
+    def from_file(cls, path: Path, *, review_threshold: float, taxonomy: Taxonomy,
+                  routing: Routing | None = None) -> Classifier:
+        """Serve a given model file (the previous model, while the one for new labels is being trained)."""
+        return cls(model=store_load(path), taxonomy=taxonomy, routing=routing or Routing.load(),
+                   gazetteer=Gazetteer.load(), review_threshold=review_threshold)
 
     @property
     def model_id(self) -> str:

@@ -64,6 +64,12 @@ def current_path(var_dir: Path, spec: ModelSpec = DEFAULT_SPEC) -> Path:
     return cache_path(var_dir, fingerprint(var_dir=var_dir, spec=spec))
 
 
+def newest_cached(var_dir: Path) -> Path | None:
+    """The most recently built model file, whatever data it was trained on (None when there is none)."""
+    models = sorted((var_dir / "models").glob("classifier-*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return models[0] if models else None
+
+
 def training_examples(var_dir: Path | None) -> list[Example]:
     """The shipped corpus and supplement plus the city's imported cases and operators' corrections."""
     return load_corpus() + load_supplement() + load_extra(var_dir)

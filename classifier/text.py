@@ -60,6 +60,11 @@ def normalise(text: str) -> str:
     return stripped or text
 
 
+def scrub_phones(text: str) -> str:
+    """Replace phone numbers by the placeholder, so stored training texts carry no contact data."""
+    return _PHONE_RE.sub(PHONE, text)
+
+
 def normalise_many(texts: Iterable[str]) -> list[str]:
     """Normalise a batch (used as the first step of the pipeline)."""
     return [normalise(t) for t in texts]

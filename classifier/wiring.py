@@ -8,7 +8,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from core.cases.models import Case, DraftCase
+from core.cases.service import LABEL_KIND
 from core.context import AppContext
+from core.models import OutboxJob
 from core.status import ComponentStatus, Health
 from kb.service import Routing, Taxonomy
 
@@ -40,7 +45,16 @@ class ClassifierHolder:
     def _load(self) -> None:
         try:
             from classifier.service import Classifier
+            from classifier.store import current_path, newest_cached
 
+            stale = newest_cached(self._var_dir) if self._build else None
+            if stale is not None and stale != current_path(self._var_dir):
+                # New labels (or a new corpus) mean training for half a minute: suggest with the previous
+                # model meanwhile rather than not at all, then swap.
+                self._service = Classifier.from_file(stale, review_threshold=self._threshold,
+                                                     taxonomy=self._taxonomy, routing=self._routing)
+                log.info("classifier %s serving while the model for the current data trains",
+                         self._service.model_id)
             self._service = Classifier.load(var_dir=self._var_dir, review_threshold=self._threshold,
                                             taxonomy=self._taxonomy, routing=self._routing, build=self._build)
             log.info("classifier %s ready", self._service.model_id)
@@ -66,7 +80,8 @@ class ClassifierHolder:
     def status(self) -> ComponentStatus:
         """Report ok with the model id, fail with the reason, or not (yet) available."""
         if self._service is not None:
-            return ComponentStatus(Health.OK, self._service.model_id)
+            retrain = f"; training the current model failed: {self._error}" if self._error else ""
+            return ComponentStatus(Health.OK, f"{self._service.model_id}{retrain}"[:200])
         if self._error is not None:
             return ComponentStatus(Health.FAIL, self._error)
         if self._absent is not None:
@@ -100,6 +115,24 @@ def wire(ctx: AppContext) -> None:
                               taxonomy=ctx.kb.taxonomy, routing=ctx.kb.routing, build=settings.env != "test")
     holder.start()
     ctx.classifier = holder
+
+    async def learn(job: OutboxJob) -> None:
+        # The operator's choice on acceptance is the label: appended for the next build (`intake classifier
+        # build`, or the next start, which serves the previous model while it trains).
+        async with ctx.sessions() as session:
+            case = await session.scalar(select(Case).where(Case.draft_id == int(job.payload["draft_id"])))
+            draft = await session.get(DraftCase, int(job.payload["draft_id"]))
+        if case is None or draft is None or not draft.raw_text:
+            return
+        from classifier.corpus import record_correction
+
+        recorded = await asyncio.to_thread(record_correction, draft.raw_text, case.case_type_code,
+                                           var_dir=settings.var_dir, known_codes=ctx.kb.taxonomy.types)
+        if recorded and case.case_type_code != draft.suggested_type_code:
+            log.info("operator corrected draft %s: %s -> %s", draft.number, draft.suggested_type_code,
+                     case.case_type_code)
+
+    ctx.outbox.register(LABEL_KIND, learn)
 
     async def check() -> ComponentStatus:
         return holder.status()

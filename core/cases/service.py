@@ -39,6 +39,8 @@ from kb.service import LOCAL_TZ, KnowledgeBase
 log = logging.getLogger(__name__)
 
 POINTS_PER_VALID_REPORT = 10
+# Outbox job kind: an accepted draft's text and type, for the classifier to learn from.
+LABEL_KIND = "classifier.label"
 
 
 class UnknownCaseType(InvalidInput):
@@ -84,20 +86,22 @@ async def get_or_create_citizen(
 ) -> Citizen | None:
     """Find the citizen by phone (E.164) or openid, creating one and linking the other contact."""
     citizen: Citizen | None = None
-    keys = [(ContactKind.PHONE, phone), (ContactKind.WECHAT, openid)]
+    keys = [(kind, value) for kind, value in ((ContactKind.PHONE, phone), (ContactKind.WECHAT, openid)) if value]
+    # Each contact is looked up once: the owner of the first one found is the citizen, and only contacts
+    # nobody owns are linked to them (one owned by another citizen stays theirs).
+    owners: dict[ContactKind, Citizen | None] = {}
     for kind, value in keys:
-        if value and citizen is None:
-            citizen = await find_citizen(session=session, kind=kind, value=value)
+        owners[kind] = await find_citizen(session=session, kind=kind, value=value)
+        citizen = citizen or owners[kind]
     if citizen is None:
-        if not phone and not openid:
+        if not keys:
             return None
         citizen = Citizen(display_name=name, contacts=[])
         session.add(citizen)
-        await session.flush()
     elif name and not citizen.display_name:
         citizen.display_name = name
     for kind, value in keys:
-        if value and await find_citizen(session=session, kind=kind, value=value) is None:
+        if owners[kind] is None:
             citizen.contacts.append(CitizenContact(kind=kind, value=value))
     await session.flush()
     return citizen
@@ -234,6 +238,9 @@ async def accept_draft(
         idempotency_key=f"submit:{case.submit_key}",
         ordering_key=f"case:{case.id}",
     )
+    # The accepted type is the operator's label for this text: the classifier learns from it.
+    await enqueue(session=session, kind=LABEL_KIND, payload={"draft_id": draft.id},
+                  idempotency_key=f"label:draft-{draft.id}")
     if draft.citizen_id:
         await award_points(session=session, citizen_id=draft.citizen_id, case_id=case.id, delta=POINTS_PER_VALID_REPORT,
                            reason="valid_report")

@@ -16,7 +16,10 @@ from kb.service import KnowledgeBase
 
 def _ctx(var_dir: Path, env: str = "test") -> SimpleNamespace:
     settings = SimpleNamespace(var_dir=var_dir, classifier_review_threshold=0.5, env=env)
-    return SimpleNamespace(settings=settings, kb=KnowledgeBase.load(), status=StatusRegistry(), classifier=None)
+    outbox = SimpleNamespace(handlers={})
+    outbox.register = outbox.handlers.__setitem__
+    return SimpleNamespace(settings=settings, kb=KnowledgeBase.load(), status=StatusRegistry(), classifier=None,
+                           outbox=outbox, sessions=None)
 
 
 def test_wire_loads_prebuilt_model(model_var_dir: Path) -> None:
@@ -65,3 +68,40 @@ def test_broken_model_is_a_failure(tmp_path: Path, model_var_dir: Path) -> None:
     assert status.status == Health.FAIL and status.detail
     with pytest.raises(ModelNotReady):
         ctx.classifier.suggest("路灯不亮")
+
+
+def test_previous_model_serves_while_the_current_one_trains(tmp_path: Path, model_var_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import threading
+
+    from classifier import service as service_module
+    from classifier.store import load
+
+    models = tmp_path / "models"
+    models.mkdir()
+    previous = models / "classifier-0000000000000000.npz"
+    shutil.copy(next((model_var_dir / "models").glob("classifier-*.npz")), previous)
+    release = threading.Event()
+    trained = load(previous)
+
+    def slow_build(**_: object) -> tuple[object, bool]:
+        assert release.wait(30)
+        return trained, True
+
+    monkeypatch.setattr(service_module, "load_or_build", slow_build)
+    kb = KnowledgeBase.load()
+    holder = ClassifierHolder(var_dir=tmp_path, review_threshold=0.5, taxonomy=kb.taxonomy, routing=kb.routing,
+                              build=True)
+    holder.start()
+    for _ in range(300):
+        if holder.service is not None:
+            break
+        threading.Event().wait(0.1)
+    first = holder.service
+    assert first is not None and not holder.wait(0)
+    assert holder.suggest("路灯不亮").suggestions[0].code == "01037"
+    assert holder.status().status == Health.OK
+    release.set()
+    assert holder.wait(30)
+    assert holder.service is not first and holder.status().status == Health.OK

@@ -79,6 +79,19 @@ def test_draft_to_rating_through_every_step(api: Api) -> None:
     assert number in sent[0]["text"]
 
 
+def test_the_accepted_type_is_a_label_for_the_classifier(api: Api) -> None:
+    from classifier.corpus import load_extra
+
+    draft = new_draft(api)
+    api.post(f"/api/drafts/{draft['id']}/accept", json={"case_type_code": "06010"})
+    api.drain()
+    api.post(f"/api/drafts/{draft['id']}/accept", json={"case_type_code": "06010"})  # replayed: one label
+    api.drain()
+    labels = load_extra(api.ctx.settings.var_dir)
+    assert [(e.source, e.code) for e in labels] == [("corrections", "06010")]
+    assert labels[0].text == draft["text"]
+
+
 async def _notification_templates(api: Api) -> list[str]:
     async with api.ctx.sessions() as session:
         rows = await session.scalars(select(Notification.template).where(Notification.status == "sent"))
