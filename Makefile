@@ -10,9 +10,9 @@ ifeq ($(shell id -u),0)
 export INTAKE_TEST_PBX_DIR ?= /var/cache/city-intake/asterisk
 endif
 
-.PHONY: install migrate run test lint typecheck system-deps services bench clean
+.PHONY: install migrate model run test lint typecheck system-deps services bench clean
 
-install: $(STAMP) migrate
+install: $(STAMP) migrate model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,11 @@ migrate: $(STAMP)
 	mkdir -p $(INTAKE_VAR_DIR)
 	$(BIN)/intake db upgrade
 	$(BIN)/intake admin bootstrap
+
+# The shipped classifier is trained once from the data in the package (deterministic, ~30 s) and cached
+# under var/models; later runs find it and return at once.
+model: $(STAMP)
+	$(BIN)/intake classifier build
 
 run: install
 	$(BIN)/intake serve --host 127.0.0.1 --port 8000
