@@ -59,7 +59,7 @@ def main() -> int:
 
     model, trained = load_or_build(var_dir=args.var_dir)
     if trained:
-        print(f"built {model.model_id} in {model.train_seconds:.1f}s")
+        print(f"built {model.model_id} in {model.meta.get('train_seconds', 0):.1f}s")
     service = Classifier.load(var_dir=args.var_dir, build=False)
     rng = random.Random(0)
     corpus = [e.text for e in load_corpus()]
