@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from classifier.corpus import record_correction
 from core.cases.models import Case, DraftCase
 from core.cases.service import LABEL_KIND
 from core.context import AppContext
@@ -124,8 +125,6 @@ def wire(ctx: AppContext) -> None:
             draft = await session.get(DraftCase, int(job.payload["draft_id"]))
         if case is None or draft is None or not draft.raw_text:
             return
-        from classifier.corpus import record_correction
-
         recorded = await asyncio.to_thread(record_correction, draft.raw_text, case.case_type_code,
                                            var_dir=settings.var_dir, known_codes=ctx.kb.taxonomy.types)
         if recorded and case.case_type_code != draft.suggested_type_code:

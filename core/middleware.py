@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from typing import Any
 
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import error_body
@@ -33,11 +33,6 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await _send_json(send, 413, error_body("body-too-large", "请求内容过大"))
-            _log(scope, 413, started)
-            return
         status = 500
 
         async def send_with_headers(message: Message) -> None:
@@ -54,17 +49,16 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            length = Headers(scope=scope).get("content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                # Refused by declared length, before a byte of the body is read.
+                too_large = JSONResponse(error_body("body-too-large", "请求内容过大"), status_code=413)
+                await too_large(scope, receive, send_with_headers)
+            else:
+                await self.app(scope, receive, send_with_headers)
         finally:
             # Our own access log, path only: query strings carry WeChat's openid and signatures (personal data).
             _log(scope, status, started)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 def _log(scope: Scope, status: int, started: float) -> None:
@@ -72,10 +66,3 @@ def _log(scope: Scope, status: int, started: float) -> None:
         access.info("%s %s %d %.1fms", scope.get("method", "-"), scope.get("path", "-"), status,
                     (time.perf_counter() - started) * 1000)
 
-
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body, ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            *_ALWAYS]})
-    await send({"type": "http.response.body", "body": data})
